@@ -4,8 +4,8 @@
     python benchmarks/sids.py --n 20000 --ref-n 20000           # a quick run
     python benchmarks/sids.py --skip-synthetic --industrial ../shared/data/industrial
 
-Synthetic configurations (all on the same seeded data: --clusters random unit directions, each item one of them
-plus Gaussian noise, L2-normalised, like sentence embeddings of product families):
+Synthetic configurations (all on the same seeded data: --groups categories of --clusters product families, each
+item a family plus Gaussian noise, L2-normalised, like sentence embeddings; see synthetic()):
 
     ours-full        rq-kmeans-balanced on all --n items: wall time, largest cluster per level against n / K,
                      collisions before resolution, uniqueness after extra-level and after reassign, peak memory
@@ -51,16 +51,23 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
-def synthetic(n: int, dim: int, clusters: int, noise: float, seed: int) -> torch.Tensor:
-    """(n, dim) float32 unit rows: a random one of `clusters` unit directions plus N(0, noise^2 / dim) per entry."""
+def synthetic(n: int, dim: int, groups: int, clusters: int, noise: float, seed: int) -> torch.Tensor:
+    """(n, dim) float32 unit rows with two levels of clusters, like product categories and product families.
+
+    `groups` unit directions; `clusters` families, each its group's direction plus a random vector of norm 0.5;
+    an item is a random family plus a random vector of norm about `noise`, L2-normalised.
+    """
     generator = torch.Generator().manual_seed(seed)
-    centers = torch.nn.functional.normalize(torch.randn(clusters, dim, generator=generator), dim=1)
+    unit = torch.nn.functional.normalize
+    tops = unit(torch.randn(groups, dim, generator=generator), dim=1)
+    families = tops[torch.randint(groups, (clusters,), generator=generator)]
+    families += 0.5 * unit(torch.randn(clusters, dim, generator=generator), dim=1)
     x = torch.empty(n, dim)
     for start in range(0, n, 65536):
         rows = min(65536, n - start)
         which = torch.randint(clusters, (rows,), generator=generator)
-        chunk = centers[which] + noise / math.sqrt(dim) * torch.randn(rows, dim, generator=generator)
-        x[start : start + rows] = torch.nn.functional.normalize(chunk, dim=1)
+        chunk = families[which] + noise / math.sqrt(dim) * torch.randn(rows, dim, generator=generator)
+        x[start : start + rows] = unit(chunk, dim=1)
     return x
 
 
@@ -131,8 +138,8 @@ def emit(row: dict) -> None:
 
 def run_synthetic(args: argparse.Namespace, machine: dict) -> None:
     started = time.perf_counter()
-    x = synthetic(args.n, args.dim, args.clusters, args.noise, args.seed)
-    data = {"n": args.n, "dim": args.dim, "clusters": args.clusters, "noise": args.noise}
+    x = synthetic(args.n, args.dim, args.groups, args.clusters, args.noise, args.seed)
+    data = {"n": args.n, "dim": args.dim, "groups": args.groups, "clusters": args.clusters, "noise": args.noise}
     common = {"levels": args.levels, "k": args.k, "iters": args.iters, "refine_sweeps": args.refine_sweeps}
     emit({"config": "data", **data, "seconds": round(time.perf_counter() - started, 2), "gb": x.numel() * 4 / 2**30})
 
@@ -205,8 +212,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000, help="synthetic items")
     parser.add_argument("--dim", type=int, default=384, help="embedding dimensions")
-    parser.add_argument("--clusters", type=int, default=2000, help="synthetic item families")
-    parser.add_argument("--noise", type=float, default=0.5, help="noise norm around each family's direction")
+    parser.add_argument("--groups", type=int, default=256, help="synthetic top-level categories")
+    parser.add_argument("--clusters", type=int, default=32768, help="synthetic item families (within categories)")
+    parser.add_argument("--noise", type=float, default=0.3, help="noise norm of an item around its family")
     parser.add_argument("--levels", type=int, default=3)
     parser.add_argument("--k", type=int, default=256, help="codes per level")
     parser.add_argument("--iters", type=int, default=20, help="our k-means iterations per level (on a sample)")

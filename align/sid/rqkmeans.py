@@ -10,7 +10,8 @@ as `|c|^2 - 2 x.c` with one matmul per chunk, so memory stays at (chunk, K) what
 Balanced mode caps every cluster at ceil(n / K) items (the spirit of OneRec's balanced k-means): points propose to
 their nearest open cluster; an over-subscribed cluster keeps the proposers that would lose most by going elsewhere
 (largest margin between their best and second-best open cluster) up to its capacity and then closes; the rest
-propose again. Every round is a handful of tensor ops and closes at least one cluster; a few rounds usually do.
+propose again. Every round is a handful of tensor ops on each point's list of nearest centroids (computed once) and
+closes at least one cluster; a few rounds usually do.
 
 Balancing per prefix (levels after the first) applies the cap within each group of items that share their earlier
 codes: ceil(n_group / K) per code. Siblings are then spread over the codes of the next level instead of following
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHUNK = 32768  # rows per distance matmul: (32768, 256) float32 is 32 MiB
 SAMPLE_PER_CODE = 256  # centroids are fitted on this many points per code (at least 65536), then all are assigned
 INIT_PER_CODE = 64  # k-means++ seeds from at most this many points per code
+CANDIDATES = 16  # balanced assignment looks up each point's 16 nearest centroids, recomputed only when all are full
 
 
 @dataclass
@@ -294,6 +296,11 @@ def balanced_assign(
     remaining capacity, the proposers with the largest margin (distance to their second-best open centroid minus
     distance to it), i.e. those that would lose most elsewhere. A centroid that fills up closes.
 
+    Distances are computed once per point for its CANDIDATES nearest centroids; a round only looks them up. A point
+    whose candidates have all closed gets a fresh list among the open centroids (the only full recomputation), so a
+    round costs O(pending * CANDIDATES), not a (pending, K, D) matmul, however many rounds the cascade takes.
+    Beyond a complete list the margin uses the last candidate's distance, a lower bound of the true second best.
+
     Args:
         x: (N, D) points.
         centroids: (K, D).
@@ -313,13 +320,29 @@ def balanced_assign(
     if too_small.numel():
         g = int(too_small[0])
         raise ValueError(f"{k} clusters of capacity {int(capacity[g])} cannot hold {int((groups == g).sum())} points")
+    m = min(k, CANDIDATES)
     codes = torch.full((n,), -1, dtype=torch.int64, device=device)
     remaining = capacity[:, None].repeat(1, k).flatten()  # (G * K,): slot g * K + c
-    pending: torch.Tensor | None = None  # None = all points, without copying x
-    while pending is None or pending.numel():
-        points = torch.arange(n, device=device) if pending is None else pending
-        best, margin = _best_two(x, pending, groups[points], centroids, (remaining <= 0).view(-1, k), chunk_size)
-        slot = groups[points] * k + best
+    cand_code = torch.empty(n, m, dtype=torch.int64, device=device)
+    cand_dist = torch.empty(n, m, dtype=x.dtype, device=device)
+    pending = torch.arange(n, device=device)
+    stale = pending  # points whose candidate list must be (re)computed
+    while pending.numel():
+        closed = remaining <= 0
+        if stale.numel():
+            cand_code[stale], cand_dist[stale] = _nearest_open(x, stale, groups[stale], centroids, closed, m, chunk_size)
+        slots = groups[pending, None] * k + cand_code[pending]  # (p, m)
+        dist = cand_dist[pending].masked_fill(closed[slots], math.inf)
+        best_value, best_pos = dist.min(1)
+        stale = pending[torch.isinf(best_value)]
+        if stale.numel():  # every candidate closed: new lists next round, no proposal now
+            keep = ~torch.isinf(best_value)
+            pending, slots, dist, best_value, best_pos = (t[keep] for t in (pending, slots, dist, best_value, best_pos))
+        second = dist.scatter(1, best_pos[:, None], math.inf).min(1).values
+        if m < k:
+            second = torch.where(torch.isinf(second), cand_dist[pending, -1], second)
+        margin = second - best_value  # inf when only one open centroid is left
+        slot = slots.gather(1, best_pos[:, None]).squeeze(1)
         # Proposals by slot, largest margin first; the rank within the slot decides acceptance.
         by_margin = torch.argsort(margin, descending=True, stable=True)
         order = by_margin[torch.argsort(slot[by_margin], stable=True)]
@@ -327,39 +350,38 @@ def balanced_assign(
         counts = torch.bincount(sorted_slots, minlength=remaining.numel())
         rank = torch.arange(order.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[sorted_slots]
         accept = rank < remaining[sorted_slots]
-        codes[points[order[accept]]] = best[order[accept]]
+        codes[pending[order[accept]]] = sorted_slots[accept] % k
         remaining -= torch.bincount(sorted_slots[accept], minlength=remaining.numel())
-        pending = points[order[~accept]]
+        pending = torch.cat([pending[order[~accept]], stale])
     return codes
 
 
-def _best_two(
+def _nearest_open(
     x: torch.Tensor,
-    rows: torch.Tensor | None,
+    rows: torch.Tensor,
     row_groups: torch.Tensor,
     centroids: torch.Tensor,
     closed: torch.Tensor,
+    m: int,
     chunk_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest open centroid (n,) of the given rows (None = all) and the margin to their second-nearest (n,).
+    """The m nearest open centroids of the given rows, nearest first: codes (r, m) and |c|^2 - 2 x.c (r, m).
 
-    closed: (G, K) bool, centroids that are full for a group; row_groups: (n,) the group of each row.
+    closed: (G * K,) bool, slot g * K + c full; row_groups: (r,) the group of each row. Closed centroids that
+    still make the list come last with +inf.
     """
-    n = row_groups.numel()
-    best = torch.zeros(n, dtype=torch.int64, device=x.device)
-    margin = torch.zeros(n, dtype=x.dtype, device=x.device)
-    if centroids.shape[0] == 1:
-        return best, margin
+    k = centroids.shape[0]
     c_sq = centroids.square().sum(1)
-    for start in range(0, n, chunk_size):
-        chunk = x[start : start + chunk_size] if rows is None else x[rows[start : start + chunk_size]]
-        # |c|^2 - 2 x.c (the row's |x|^2 cancels in the margin), +inf where the row's group has closed c.
+    codes = torch.empty(rows.numel(), m, dtype=torch.int64, device=x.device)
+    values = torch.empty(rows.numel(), m, dtype=x.dtype, device=x.device)
+    closed = closed.view(-1, k)
+    for start in range(0, rows.numel(), chunk_size):
+        chunk = x[rows[start : start + chunk_size]]
         row_closed = closed[0] if closed.shape[0] == 1 else closed[row_groups[start : start + chunk_size]]
         bias = c_sq.masked_fill(row_closed, math.inf)  # (K,) or (rows, K)
-        values, indices = torch.addmm(bias, chunk, centroids.T, alpha=-2).topk(2, dim=1, largest=False)
-        best[start : start + chunk_size] = indices[:, 0]
-        margin[start : start + chunk_size] = values[:, 1] - values[:, 0]  # inf when one open centroid is left
-    return best, margin
+        found = torch.addmm(bias, chunk, centroids.T, alpha=-2).topk(m, dim=1, largest=False)
+        values[start : start + chunk_size], codes[start : start + chunk_size] = found.values, found.indices
+    return codes, values
 
 
 def _update_centroids(x: torch.Tensor, codes: torch.Tensor, centroids: torch.Tensor, chunk_size: int) -> torch.Tensor:
