@@ -197,9 +197,13 @@ def run_industrial(args: argparse.Namespace, machine: dict) -> None:
             if embeddings.is_file():
                 options = {"embeddings_npy": str(embeddings), **options}
             started = time.perf_counter()
-            sid_dir = build_sids(
-                SIDArgs(run_dir=str(run_dir), levels=args.levels, codebook_size=args.k, seed=args.seed, **options)
-            )
+            try:
+                sid_dir = build_sids(
+                    SIDArgs(run_dir=str(run_dir), levels=args.levels, codebook_size=args.k, seed=args.seed, **options)
+                )
+            except ValueError as err:  # e.g. reassign on a prefix fuller than the codebook: report, go on
+                emit({"config": f"industrial {name}", "error": str(err), **machine})
+                continue
             seconds = time.perf_counter() - started
             if not embeddings.is_file():
                 shutil.copy(sid_dir / "embeddings.npy", embeddings)  # text only: the first config has no fusion
@@ -224,7 +228,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch and scikit-learn (0 = all)")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--industrial", default="", help="LC-Rec-layout folder of a real catalog")
-    parser.add_argument("--out", default="benchmarks/out", help="where --industrial keeps PNGs and embeddings")
+    parser.add_argument("--out", default="runs/benchmarks/sids", help="where --industrial keeps PNGs and embeddings")
     args = parser.parse_args()
 
     from threadpoolctl import threadpool_limits

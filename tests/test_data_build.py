@@ -86,6 +86,7 @@ def test_stage_writes_every_file_with_hand_computed_counts_and_shapes(run_dir):
         "task": "seqrec",
         "target": "<a_0><b_1>",
         "target_item": "i3",
+        "history": ["i1", "i2"],  # item ids, for rewards that read the history (cf)
     }
     # max_history=2 shows the last two items; the row keeps the whole history.
     assert data["test"][0] == {
@@ -113,7 +114,7 @@ def test_rows_fit_the_chat_template_and_load_with_datasets(run_dir):
         f"<|im_start|>user\n{row['prompt'][0]['content']}<|im_end|>\n"
         f"<|im_start|>assistant\n{row['target']}<|im_end|>\n"
     )
-    for name, columns in (("sft", 4), ("grpo", 4), ("test", 6)):
+    for name, columns in (("sft", 4), ("grpo", 5), ("test", 6)):
         dataset = load_dataset("json", data_files=str(run_dir / "data" / f"{name}.jsonl"), split="train")
         assert len(dataset) == len(data[name]) and len(dataset.column_names) == columns
 

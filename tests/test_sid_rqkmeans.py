@@ -1,6 +1,7 @@
 """Residual k-means: balance bound, determinism, error, separated clusters, clear errors, degenerate sizes."""
 
 import math
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -152,3 +153,17 @@ def test_bad_input_raises_a_clear_value_error(x, kwargs, message):
 def test_capacity_too_small_is_refused():
     with pytest.raises(ValueError, match="cannot hold"):
         balanced_assign(random_points(10), random_points(3), capacity=3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 80), k=st.integers(3, 9), n_groups=st.integers(1, 3), seed=st.integers(0, 1000))
+def test_short_candidate_lists_still_respect_every_cap(n, k, n_groups, seed):
+    # Two candidates per point for up to 9 centroids: lists run out and are recomputed among the open ones.
+    x, centroids = random_points(n, 3, seed), random_points(k, 3, seed + 1)
+    groups = torch.randint(n_groups, (n,), generator=torch.Generator().manual_seed(seed))
+    capacity = (torch.bincount(groups, minlength=n_groups) + k - 1) // k
+    with patch("align.sid.rqkmeans.CANDIDATES", 2):
+        codes = balanced_assign(x, centroids, capacity, chunk_size=5, groups=groups)
+    assert codes.min() >= 0 and codes.max() < k
+    slot_counts = torch.bincount(groups * k + codes, minlength=n_groups * k).view(n_groups, k)
+    assert (slot_counts <= capacity[:, None]).all()

@@ -330,14 +330,17 @@ def balanced_assign(
     while pending.numel():
         closed = remaining <= 0
         if stale.numel():
-            cand_code[stale], cand_dist[stale] = _nearest_open(x, stale, groups[stale], centroids, closed, m, chunk_size)
+            found = _nearest_open(x, stale, groups[stale], centroids, closed, m, chunk_size)
+            cand_code[stale], cand_dist[stale] = found
         slots = groups[pending, None] * k + cand_code[pending]  # (p, m)
         dist = cand_dist[pending].masked_fill(closed[slots], math.inf)
         best_value, best_pos = dist.min(1)
         stale = pending[torch.isinf(best_value)]
         if stale.numel():  # every candidate closed: new lists next round, no proposal now
             keep = ~torch.isinf(best_value)
-            pending, slots, dist, best_value, best_pos = (t[keep] for t in (pending, slots, dist, best_value, best_pos))
+            pending, slots, dist, best_value, best_pos = (
+                t[keep] for t in (pending, slots, dist, best_value, best_pos)
+            )
         second = dist.scatter(1, best_pos[:, None], math.inf).min(1).values
         if m < k:
             second = torch.where(torch.isinf(second), cand_dist[pending, -1], second)

@@ -232,7 +232,9 @@ def run(args: RLArgs, training_args) -> Path:
     (out / MANIFEST).unlink(missing_ok=True)
 
     model, tokenizer, vocab, base_model = load_policy(args, rundir, sid_map, items)
-    reward_funcs, training_args.reward_weights = make_rewards(args.rewards, training_args.reward_weights, vocab)
+    reward_funcs, training_args.reward_weights = make_rewards(
+        args.rewards, training_args.reward_weights, vocab, run_dir=args.run_dir
+    )
     trie = SIDTrie.from_codes(torch.tensor(list(sid_map["items"].values())), vocab.level_sizes)
     score_labelled_positions_only()  # CPU: the LM head scores answer tokens only, as on GPUs
     trainer = GRPOTrainer(
