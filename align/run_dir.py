@@ -15,15 +15,17 @@ knows the names. Layout (all JSON Lines files are one JSON object per line, UTF-
     <run>/sid/       written by `align sids`
         sid_map.json       {"levels": L, "level_sizes": [K0, ..., K{L-1}], "items": {item_id: [c0, ..., c{L-1}]}}
         embeddings.npy     (N, D) float32, rows in items.jsonl order
-        report.json        codebook use, collisions, ...
+        report.json        codebook use, collisions, ...; report.png the same as a figure
     <run>/data/      written by `align data`
         sft.jsonl          {"prompt": [messages], "completion": [messages], "task": str, "target": str}
         grpo.jsonl         {"prompt": [messages], "task": "seqrec", "target": str, "target_item": item_id,
                             "history": [item_id, ...]}
         valid.jsonl, test.jsonl   like grpo.jsonl, plus "user_id"
-    <run>/sft/, <run>/rl/   written by `align sft` / `align rl`: a PEFT adapter, the tokenizer,
-        sid_map.json and model_info.json (base model, SID token ids), so a checkpoint decodes on its own
-    <run>/eval/      written by `align eval`: predictions.jsonl, metrics.json (also copied to <run>/metrics.json)
+        prompting.json     system prompt, history length and canonical prompt per sequence task (for inference)
+    <run>/sft/, <run>/rl/   written by `align sft` / `align rl`: a PEFT adapter, the tokenizer, sid_map.json,
+        model_info.json (base model, SID token ids), items.jsonl (ids and titles) and prompting.json, so a
+        checkpoint recommends on its own
+    <run>/eval/      written by `align eval`: predictions_<model>.jsonl, metrics.json (copied to <run>/metrics.json)
 
 Each stage folder ends with `manifest.json` (stage, config, inputs, versions, times), written last: a folder
 without it is not a finished stage. Non-training stages build in `<stage>.tmp/` and rename it into place, so a
