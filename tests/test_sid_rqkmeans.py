@@ -48,10 +48,15 @@ def test_balanced_assign_respects_any_capacity(n, k, slack, seed, chunk):
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(1, 60), k=st.integers(1, 6), n_groups=st.integers(1, 5), seed=st.integers(0, 1000))
 def test_balanced_assign_caps_each_group_separately(n, k, n_groups, seed):
+    assert_group_caps_hold(n, k, n_groups, seed, chunk_size=7)
+
+
+def assert_group_caps_hold(n: int, k: int, n_groups: int, seed: int, chunk_size: int) -> None:
+    """Random points in random groups, each group capped at ceil(size / k) per centroid: every cap holds."""
     x, centroids = random_points(n, 3, seed), random_points(k, 3, seed + 1)
     groups = torch.randint(n_groups, (n,), generator=torch.Generator().manual_seed(seed))
     capacity = (torch.bincount(groups, minlength=n_groups) + k - 1) // k
-    codes = balanced_assign(x, centroids, capacity, chunk_size=7, groups=groups)
+    codes = balanced_assign(x, centroids, capacity, chunk_size=chunk_size, groups=groups)
     assert codes.min() >= 0 and codes.max() < k
     slot_counts = torch.bincount(groups * k + codes, minlength=n_groups * k).view(n_groups, k)
     assert (slot_counts <= capacity[:, None]).all()
@@ -159,11 +164,5 @@ def test_capacity_too_small_is_refused():
 @given(n=st.integers(1, 80), k=st.integers(3, 9), n_groups=st.integers(1, 3), seed=st.integers(0, 1000))
 def test_short_candidate_lists_still_respect_every_cap(n, k, n_groups, seed):
     # Two candidates per point for up to 9 centroids: lists run out and are recomputed among the open ones.
-    x, centroids = random_points(n, 3, seed), random_points(k, 3, seed + 1)
-    groups = torch.randint(n_groups, (n,), generator=torch.Generator().manual_seed(seed))
-    capacity = (torch.bincount(groups, minlength=n_groups) + k - 1) // k
     with patch("align.sid.rqkmeans.CANDIDATES", 2):
-        codes = balanced_assign(x, centroids, capacity, chunk_size=5, groups=groups)
-    assert codes.min() >= 0 and codes.max() < k
-    slot_counts = torch.bincount(groups * k + codes, minlength=n_groups * k).view(n_groups, k)
-    assert (slot_counts <= capacity[:, None]).all()
+        assert_group_caps_hold(n, k, n_groups, seed, chunk_size=5)
