@@ -16,6 +16,7 @@ COMMANDS = {
     "prepare": ("align.data.prepare", "catalog + interactions (or the built-in demo data) -> <run>/catalog"),
     "baseline": ("align.sasrec", "train a SASRec baseline on the catalog splits -> <run>/sasrec"),
     "sids": ("align.sid.build", "embed item text and quantize it into unique Semantic IDs -> <run>/sid"),
+    "scratch": ("align.scratch", "train the from-scratch SID model (no language pretraining) -> <run>/scratch"),
     "data": ("align.data.build", "render instruction data from data_templates/ -> <run>/data"),
     "sft": ("align.train.sft", "LoRA SFT with TRL, SID tokens added and trained -> <run>/sft"),
     "rl": ("align.train.grpo", "GRPO with constrained-beam rollouts and ranking rewards -> <run>/rl"),

@@ -31,7 +31,7 @@ class EvalArgs:
     models: str = field(
         default="sft,rl",
         metadata={"help": "Comma-separated model stages of the run to score (those not finished are skipped), "
-                  "or paths / hub ids of checkpoints."},
+                  "or paths / hub ids of checkpoints; empty = the baselines only."},
     )
     split: str = field(default="test", metadata={"help": "Rows to score: 'test' or 'valid'."})
     num_beams: int = field(default=20, metadata={"help": "Beams of the constrained search; top-K takes the best K."})
@@ -102,8 +102,10 @@ def score_model(checkpoint: str, rows: list[dict], args: EvalArgs) -> tuple[dict
 
 
 def _checkpoints(run: RunDir, models: str) -> dict[str, str]:
+    """Model name -> checkpoint; {} when `models` is empty (a baselines-only evaluation)."""
+    names = [m.strip() for m in models.split(",") if m.strip()]
     out = {}
-    for name in [m.strip() for m in models.split(",") if m.strip()]:
+    for name in names:
         if name in ("sft", "rl"):
             if run.is_done(name):
                 out[name] = str(run.stage(name))
@@ -111,7 +113,7 @@ def _checkpoints(run: RunDir, models: str) -> dict[str, str]:
                 logger.info("skipping %s: %s is not a finished stage", name, run.stage(name))
         else:
             out[Path(name).name or name] = name
-    if not out:
+    if names and not out:
         raise FileNotFoundError(
             f"no model to evaluate in {run.root} (asked for {models!r}): run `align sft --run_dir {run.root}` first"
         )
@@ -137,14 +139,23 @@ def run(args: EvalArgs) -> Path:
 
         ranked = load_sasrec(run_dir.stage("sasrec"), device=args.device).rank([r["history"] for r in rows], k)
         result["baselines"]["sasrec"] = ranking_metrics(ranked, targets, ks=args.k_list)
+    if run_dir.is_done("scratch"):
+        from align.scratch import load_scratch
+
+        scorer = load_scratch(run_dir.stage("scratch"), device=args.device)
+        ranked = scorer.rank([r["history"] for r in rows], k, args.num_beams)
+        result["baselines"]["sid-scratch"] = ranking_metrics(ranked, targets, ks=args.k_list)
+    if not checkpoints and not result["baselines"]:
+        raise ValueError("nothing to evaluate: name models (--models sft,rl) or baselines (--baselines popularity)")
     with run_dir.building("eval", config=args, inputs=list(checkpoints.values())) as out:
         for name, checkpoint in checkpoints.items():
             logger.info("scoring %s on %d %s rows", checkpoint, len(rows), args.split)
             metrics, predictions, _ = score_model(checkpoint, rows, args)
             result["models"][name] = metrics
             write_jsonl(out / f"predictions_{name}.jsonl", predictions)
-        result["model"] = result["models"][list(checkpoints)[-1]]
-        result["model_name"] = list(checkpoints)[-1]
+        if checkpoints:
+            result["model"] = result["models"][list(checkpoints)[-1]]
+            result["model_name"] = list(checkpoints)[-1]
         write_json(out / "metrics.json", result)
     shutil.copyfile(run_dir.stage("eval") / "metrics.json", run_dir.root / "metrics.json")
     logger.info("%s", format_table(result))

@@ -16,6 +16,8 @@ knows the names. Layout (all JSON Lines files are one JSON object per line, UTF-
         sid_map.json       {"levels": L, "level_sizes": [K0, ..., K{L-1}], "items": {item_id: [c0, ..., c{L-1}]}}
         embeddings.npy     (N, D) float32, rows in items.jsonl order
         report.json        codebook use, collisions, ...; report.png the same as a figure
+    <run>/scratch/   written by `align scratch` (optional): the from-scratch SID model, a baseline
+        config.json, model.safetensors, scratch.json (SID vocabulary, best epoch), sid_map.json
     <run>/data/      written by `align data`
         sft.jsonl          {"prompt": [messages], "completion": [messages], "task": str, "target": str}
         grpo.jsonl         {"prompt": [messages], "task": "seqrec", "target": str, "target_item": item_id,
@@ -47,14 +49,15 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("catalog", "sasrec", "sid", "data", "sft", "rl", "eval")
+STAGES = ("catalog", "sasrec", "sid", "scratch", "data", "sft", "rl", "eval")
 # Stages no later stage needs: "run X first" messages never point at them.
-OPTIONAL_STAGES = ("sasrec", "rl")
+OPTIONAL_STAGES = ("sasrec", "scratch", "rl")
 # Which command writes each stage folder, for "run X first" messages.
 STAGE_COMMANDS = {
     "catalog": "align prepare",
     "sasrec": "align baseline",
     "sid": "align sids",
+    "scratch": "align scratch",
     "data": "align data",
     "sft": "align sft",
     "rl": "align rl",

@@ -14,9 +14,7 @@ pick the epoch; the test rows' histories do contain the validation target, so th
     align baseline --run_dir runs/x --epochs 200 --patience 10
 """
 
-import copy
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from align.best_epoch import BestEpoch, resolve_device
 from align.run_dir import RunDir, read_json, read_jsonl, write_json
 
 logger = logging.getLogger(__name__)
@@ -181,8 +180,7 @@ def train_sasrec(
     model = SASRec(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     generator = torch.Generator().manual_seed(args.seed)
-    best = {"best_epoch": 0, "valid": {}, "score": -math.inf}
-    best_state = copy.deepcopy(model.state_dict())
+    best = BestEpoch(model, f"ndcg@{SELECTION_K}", args.patience)
     logger.info(
         "SASRec: %d items, %d train rows, %d valid rows, device %s", len(item_ids), len(seqs), len(valid_seqs), device
     )
@@ -200,21 +198,12 @@ def train_sasrec(
             optimizer.step()
             total += loss.item() * len(batch)
         metrics = rank_metrics(target_ranks(model, valid_seqs, valid_targets)) if len(valid_seqs) else {}
-        score = metrics.get(f"ndcg@{SELECTION_K}", epoch)  # no valid rows: the latest epoch is the best
         logger.info("epoch %d: train loss %.4f, valid %s", epoch, total / max(len(seqs), 1), metrics or "-")
-        if score > best["score"]:
-            best = {"best_epoch": epoch, "valid": metrics, "score": score}
-            best_state = copy.deepcopy(model.state_dict())
-        elif args.patience and epoch - best["best_epoch"] >= args.patience:
-            logger.info("early stop: no better valid ndcg@%d for %d epochs", SELECTION_K, args.patience)
+        if best.update(model, epoch, metrics):
             break
-    model.load_state_dict(best_state)
-    logger.info("SASRec: best epoch %d of %d, valid %s", best["best_epoch"], epoch, best["valid"] or "-")
-    return model.cpu().eval(), {"best_epoch": best["best_epoch"], "epochs_run": epoch, "valid": best["valid"]}
-
-
-def resolve_device(device: str) -> torch.device:
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    summary = best.restore(model, epoch)
+    logger.info("SASRec: best epoch %d of %d, valid %s", summary["best_epoch"], epoch, summary["valid"] or "-")
+    return model.cpu().eval(), summary
 
 
 class SASRecScorer:

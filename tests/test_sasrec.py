@@ -142,21 +142,26 @@ def test_bad_input_says_what_to_do(tmp_path):
         load_sasrec(tmp_path)
 
 
-def test_eval_reports_sasrec_beside_the_counting_baselines(tmp_path, monkeypatch):
+def evaluate_with_a_stub_model(run_dir: RunDir, monkeypatch) -> tuple[list[dict], dict]:
+    """`align eval` on cycle test rows, the LM replaced by a stub: (test rows, metrics.json) for baseline checks."""
     import align.eval as evaluation
 
-    run_dir = make_catalog(tmp_path / "run")
-    main(["--run_dir", str(run_dir.root), "--epochs", "2", "--hidden", "32", "--layers", "1", "--device", "cpu"])
     test_rows = [row | {"prompt": [], "target_item": row["target"]} for row in cycle_rows(40, 2)]
-    with run_dir.building("sid"):
-        pass
+    if not run_dir.is_done("sid"):
+        with run_dir.building("sid"):
+            pass
     with run_dir.building("data") as out:
         write_jsonl(out / "test.jsonl", test_rows)
     fake = {"hr@1": 0.0, "hr@5": 0.0, "hr@10": 0.0, "ndcg@1": 0.0, "ndcg@5": 0.0, "ndcg@10": 0.0}
     monkeypatch.setattr(evaluation, "score_model", lambda checkpoint, rows, args: (fake, [], 1.0))
-
     evaluation.run(evaluation.EvalArgs(run_dir=str(run_dir.root), models="stub", num_beams=10))
-    result = read_json(run_dir.root / "metrics.json")
+    return test_rows, read_json(run_dir.root / "metrics.json")
+
+
+def test_eval_reports_sasrec_beside_the_counting_baselines(tmp_path, monkeypatch):
+    run_dir = make_catalog(tmp_path / "run")
+    main(["--run_dir", str(run_dir.root), "--epochs", "2", "--hidden", "32", "--layers", "1", "--device", "cpu"])
+    test_rows, result = evaluate_with_a_stub_model(run_dir, monkeypatch)
     ranked = load_sasrec(run_dir.stage("sasrec")).rank([row["history"] for row in test_rows], 10)
     expected = ranking_metrics(ranked, [row["target"] for row in test_rows], ks=(1, 5, 10))
     assert list(result["baselines"]) == ["popularity", "transitions", "sasrec"]

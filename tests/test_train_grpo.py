@@ -127,6 +127,41 @@ def test_rollout_func_returns_each_prompt_its_group(run_with_sft):
         make_rollout_func(trie, vocab, tokenizer, "beam")(prompts[:5], trainer)
 
 
+def test_injected_target_takes_the_last_slot_of_a_group_that_misses_it(run_with_sft):
+    from accelerate import Accelerator
+
+    from align.models import load_checkpoint
+    from align.train.grpo import prompt_key, target_codes
+
+    model, tokenizer, vocab, sids = load_checkpoint(run_with_sft / "sft", merge=False, trainable=True)
+    model.eval()
+    trie = SIDTrie.from_codes(torch.tensor(list(sids["items"].values())), vocab.level_sizes)
+    trainer = SimpleNamespace(model=model, model_wrapped=model, accelerator=Accelerator(cpu=True), num_generations=3,
+                              num_generations_eval=3, args=SimpleNamespace(gradient_checkpointing_kwargs=None))
+    p1, p2 = ([{"role": "user", "content": f"item {t} ?"}] for t in ("red hat", "blue cup"))
+    plain = make_rollout_func(trie, vocab, tokenizer, "beam")([p1] * 3 + [p2] * 3, trainer)
+    found = [tuple(vocab.codes(ids)) for ids in plain["completion_ids"]]
+    absent = next(codes for codes in sorted(CATALOG_SIDS) if codes not in found[:3])
+    rows = [{"prompt": p1, "target": "".join(f"<{'ab'[i]}_{c}>" for i, c in enumerate(absent))},
+            {"prompt": p2, "target": "".join(f"<{'ab'[i]}_{c}>" for i, c in enumerate(found[4]))}]
+    targets = target_codes(rows, vocab)
+    assert targets == {prompt_key(p1): absent, prompt_key(p2): found[4]}
+    # a prompt seen with two targets is ambiguous: no injection for it
+    assert prompt_key(p2) not in target_codes([*rows, {"prompt": p2, "target": "<a_0><b_0>"}], vocab)
+
+    out = make_rollout_func(trie, vocab, tokenizer, "beam", targets)([p1] * 3 + [p2] * 3, trainer)
+    got = [tuple(vocab.codes(ids)) for ids in out["completion_ids"]]
+    assert got[:2] == found[:2] and got[2] == absent  # p1 missed its target: it replaces the last beam
+    assert got[3:] == found[3:] and out["logprobs"][3:] == plain["logprobs"][3:]  # p2 found its target: unchanged
+    assert out["beam_rank"] == [0, 1, 2] * 2 and out["completion_ids"][2][-1] == tokenizer.eos_token_id
+    # the injected completion's log-probs are the policy's, teacher-forced after the prompt
+    prompt_ids = torch.tensor([out["prompt_ids"][2] + vocab.ids(absent)])
+    with torch.no_grad():
+        logits = model(input_ids=prompt_ids).logits[0, -3:-1].log_softmax(-1)
+    expected = logits.gather(-1, torch.tensor(vocab.ids(absent))[:, None]).squeeze(-1).tolist()
+    assert out["logprobs"][2][:2] == pytest.approx(expected, abs=1e-5) and out["logprobs"][2][2] == 0.0
+
+
 def test_ref_adapter_gets_the_policy_sid_rows(tmp_path):
     base = make_base_model(tmp_path)
     model, _, vocab = load_for_training(base, sid_map(), catalog())

@@ -15,6 +15,7 @@ per_device_train_batch_size * steps_per_generation must be a multiple of num_gen
     accelerate launch --config_file recipes/accelerate/multi_gpu.yaml -m align.cli rl RECIPE.yaml
 """
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from pathlib import Path
 from align.config import parse_args
 from align.models import DEFAULT_MODEL, load_checkpoint, load_for_training, model_reference, save_checkpoint
 from align.run_dir import MANIFEST, RunDir, read_json, write_manifest
-from align.tokens import SIDVocab
+from align.tokens import SIDVocab, parse_sid
 from align.train.lora import LoraArgs, add_lora, prepare_sid_rows
 from align.train.rewards import REWARDS, make_rewards
 from align.train.sft import load_run_inputs, read_rows
@@ -56,6 +57,14 @@ class RLArgs(LoraArgs):
         default="beam",
         metadata={"help": "beam: the group is the top-G constrained beams; sample: G constrained samples."},
     )
+    inject_target: bool = field(
+        default=False,
+        metadata={
+            "help": "When a group misses the prompt's target item, the target replaces the group's last completion "
+            "(off-policy guidance, as in LUFFY): every group then holds a positive example and pushes the target "
+            "above the policy's own wrong guesses. Off: pure on-policy groups."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -63,11 +72,13 @@ class RLArgs(LoraArgs):
             raise ValueError(f"rollout must be one of {', '.join(ROLLOUTS)}, got {self.rollout!r}")
 
 
-def make_rollout_func(trie, vocab: SIDVocab, tokenizer, mode: str = "beam"):
+def make_rollout_func(trie, vocab: SIDVocab, tokenizer, mode: str = "beam", targets: dict | None = None):
     """A TRL `rollout_func(prompts, trainer)` that decodes catalog SIDs with the current policy.
 
     TRL passes this process's prompts, each repeated once per completion it expects (runs of identical
     prompts, num_generations long). Each distinct prompt is decoded once and its run gets the group.
+    With `targets` ({prompt_key(prompt): target SID codes}), a group without its prompt's target gets the target
+    in place of its last completion (see RLArgs.inject_target); prompts not in `targets` are left as decoded.
 
     Returns:
         rollout_func returning, per completion: "prompt_ids", "completion_ids" (SID token ids + EOS),
@@ -127,6 +138,9 @@ def make_rollout_func(trie, vocab: SIDVocab, tokenizer, mode: str = "beam"):
         valid = (beams.items >= 0).tolist()  # (B, W)
         sid_ids = (beams.codes.cpu() + first_ids).tolist()  # (B, W, L)
         logprobs = beams.token_logprobs.float().cpu().tolist()
+        if targets:
+            _inject_targets(model, input_ids, attention_mask, [prompt for prompt, _ in runs], targets, vocab,
+                            sid_ids, logprobs, valid)
         out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "beam_rank": []}
         for b, (_, count) in enumerate(runs):
             for rank, slot in enumerate(_slots(mode, count, width)):
@@ -141,6 +155,52 @@ def make_rollout_func(trie, vocab: SIDVocab, tokenizer, mode: str = "beam"):
         return out
 
     return rollout_func
+
+
+def prompt_key(prompt) -> str:
+    """A hashable key of a prompt (a message list or a string), equal for equal prompts."""
+    return json.dumps(prompt, sort_keys=True)
+
+
+def target_codes(rows: list[dict], vocab: SIDVocab) -> dict[str, tuple[int, ...]]:
+    """{prompt_key: target SID codes} from GRPO rows; a prompt seen with two different targets is left out."""
+    out: dict[str, tuple[int, ...] | None] = {}
+    for row in rows:
+        key, codes = prompt_key(row["prompt"]), parse_sid(row["target"], vocab.levels)
+        out[key] = codes if out.get(key, codes) == codes else None
+    return {key: codes for key, codes in out.items() if codes is not None}
+
+
+def _inject_targets(model, input_ids, attention_mask, prompts: list, targets: dict, vocab: SIDVocab,
+                    sid_ids: list, logprobs: list, valid: list) -> None:
+    """Put each prompt's target in its group's last slot when the group lacks it (lists edited in place)."""
+    import torch
+
+    missing = []
+    for b, prompt in enumerate(prompts):
+        codes = targets.get(prompt_key(prompt))
+        group = [ids for ids, ok in zip(sid_ids[b], valid[b], strict=True) if ok]
+        if codes is not None and vocab.ids(codes) not in group:
+            missing.append((b, vocab.ids(codes)))
+    if not missing:
+        return
+    rows = torch.tensor([b for b, _ in missing], device=input_ids.device)
+    target_ids = torch.tensor([ids for _, ids in missing], device=input_ids.device)
+    scores = _completion_logprobs(model, input_ids[rows], attention_mask[rows], target_ids).tolist()
+    for (b, ids), score in zip(missing, scores, strict=True):
+        sid_ids[b][-1], logprobs[b][-1], valid[b][-1] = ids, score, True
+
+
+def _completion_logprobs(model, input_ids, attention_mask, completion_ids):
+    """(B, L) log-probs (full vocabulary) of each completion token after its left-padded prompt."""
+    import torch
+
+    length = completion_ids.shape[1]
+    ids = torch.cat([input_ids, completion_ids], dim=1)
+    mask = torch.cat([attention_mask, torch.ones_like(completion_ids)], dim=1)
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -length - 1 : -1]
+    return logits.float().log_softmax(-1).gather(-1, completion_ids[..., None]).squeeze(-1)
 
 
 def _slots(mode: str, count: int, width: int) -> list[int]:
@@ -243,7 +303,9 @@ def run(args: RLArgs, training_args) -> Path:
         args=training_args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        rollout_func=make_rollout_func(trie, vocab, tokenizer, args.rollout),
+        rollout_func=make_rollout_func(
+            trie, vocab, tokenizer, args.rollout, target_codes(rows, vocab) if args.inject_target else None
+        ),
     )
     copy_sid_rows_to_ref(trainer.model)
     logger.info(
