@@ -6,13 +6,14 @@ and the RL checkpoints on the same test users. The seed is that of the data subs
 one JSON line per seed and a Markdown table with the change in NDCG@10 and HR@10.
 
     python benchmarks/rl_demo.py --seeds 42 43 44
-    python benchmarks/rl_demo.py --seeds 42 --rl learning_rate=5e-5 --rl max_steps=100
+    python benchmarks/rl_demo.py --seeds 42 --set rl.learning_rate=5e-5 --set rl.max_steps=100
 
 Stages finished in runs/rl_demo/seed<S>/ are reused (--fresh rebuilds them), so a study can be resumed.
 """
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from align.cli import main as align  # noqa: E402
 from align.run_dir import RunDir, read_json  # noqa: E402
 
 RECIPES = ROOT / "recipes" / "cpu_demo"
+COMMANDS = ("prepare", "sids", "data", "sft", "baseline", "rl", "eval")
 # (stage folder, command, recipe, seeded)
 STAGES = [
     ("catalog", "prepare", "prepare.yaml", False),
@@ -45,17 +47,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44], help="Training seeds.")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "rl_demo", help="One run directory per seed here.")
     parser.add_argument("--eval-users", type=int, default=300, help="Seeded subset of test users (0 = all 800).")
-    for stage in ("sft", "rl"):
-        parser.add_argument(f"--{stage}", action="append", default=[], metavar="KEY=VALUE",
-                            help=f"Override an option of recipes/cpu_demo/{stage}.yaml (repeatable).")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="COMMAND.KEY=VALUE",
+                        help="Override an option of a recipe of recipes/cpu_demo/, e.g. rl.learning_rate=5e-5 "
+                        f"(commands: {', '.join(COMMANDS)}; repeatable).")
     parser.add_argument("--fresh", action="store_true", help="Rebuild every stage.")
     args = parser.parse_args(argv)
-    for stage in ("sft", "rl"):
-        pairs = getattr(args, stage)
-        if any("=" not in pair for pair in pairs):
-            parser.error(f"--{stage}: write KEY=VALUE, got {pairs}")
-        split = [pair.split("=", 1) for pair in pairs]
-        setattr(args, stage, [part for key, value in split for part in (f"--{key}", value)])
+    args.extra = {}
+    for item in args.overrides:
+        match = re.fullmatch(r"(\w+)\.(\w+)=(.*)", item)
+        if not match or match[1] not in COMMANDS:
+            parser.error(f"--set {item!r}: write COMMAND.KEY=VALUE with COMMAND one of {', '.join(COMMANDS)}")
+        args.extra.setdefault(match[1], []).extend([f"--{match[2]}", match[3]])
     return args
 
 
@@ -68,15 +70,14 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
             print(f"[rl_demo] seed {seed}: reusing {run.stage(folder)}", flush=True)
             continue
         argv = [command, str(RECIPES / recipe), "--run_dir", str(run_dir)]
-        argv += ["--seed", str(seed)] if seeded else []
-        argv += getattr(args, command, []) if command in ("sft", "rl") else []
+        argv += (["--seed", str(seed)] if seeded else []) + args.extra.get(command, [])
         started = time.perf_counter()
         if align(argv) != 0:
             raise SystemExit(f"[rl_demo] seed {seed}: align {' '.join(argv)} failed")
         seconds[folder] = round(time.perf_counter() - started, 1)
     started = time.perf_counter()
     evaluation = ["eval", str(RECIPES / "eval.yaml"), "--run_dir", str(run_dir), "--models", "sft,rl",
-                  "--max_users", str(args.eval_users)]
+                  "--max_users", str(args.eval_users), *args.extra.get("eval", [])]
     if align(evaluation) != 0:
         raise SystemExit(f"[rl_demo] seed {seed}: evaluation failed")
     seconds["eval"] = round(time.perf_counter() - started, 1)
