@@ -79,6 +79,20 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Defaults in the option list, the module docstring's examples kept as written."""
 
 
+def overrides_by_name(
+    parser: argparse.ArgumentParser, items: list[str], names, word: str
+) -> dict[str, list[str]]:
+    """`--set NAME.KEY=VALUE` items -> {NAME: ["--KEY", "VALUE", ...]}; a malformed item or unknown NAME is a usage
+    error that says how to write it (`word` is what NAME stands for: STAGE, COMMAND)."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        match = re.fullmatch(r"(\w+)\.(\w+)=(.*)", item)
+        if not match or match[1] not in names:
+            parser.error(f"--set {item!r}: write {word}.KEY=VALUE with {word} one of {', '.join(names)}")
+        out.setdefault(match[1], []).extend([f"--{match[2]}", match[3]])
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/quality.py",
@@ -121,12 +135,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"{what} {folder} does not exist")
     if args.sids == "minionerec" and not (args.data / "minionerec_sids.json").is_file():
         parser.error(f"--sids minionerec needs {args.data / 'minionerec_sids.json'}")
-    args.stage_overrides = {}
-    for item in args.overrides:
-        match = re.fullmatch(r"(\w+)\.(\w+)=(.*)", item)
-        if not match or match[1] not in STAGES:
-            parser.error(f"--set {item!r}: write STAGE.KEY=VALUE with STAGE one of {', '.join(STAGES)}")
-        args.stage_overrides.setdefault(match[1], []).extend([f"--{match[2]}", match[3]])
+    args.stage_overrides = overrides_by_name(parser, args.overrides, STAGES, "STAGE")
     args.device = resolve_device(args.device)
     args.label = args.label or default_label(args)
     args.run_dir = args.run_dir or ROOT / "runs" / "bench" / re.sub(r"[^\w.-]+", "-", args.label)

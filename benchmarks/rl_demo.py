@@ -13,13 +13,14 @@ Stages finished in runs/rl_demo/seed<S>/ are reused (--fresh rebuilds them), so 
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from quality import HelpFormatter, overrides_by_name  # noqa: E402  (benchmarks/, next to this script)
 
 from align.cli import main as align  # noqa: E402
 from align.run_dir import RunDir, read_json  # noqa: E402
@@ -37,10 +38,6 @@ STAGES = [
 ]
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the option list, the module docstring's examples kept as written."""
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python benchmarks/rl_demo.py", description=__doc__,
                                      formatter_class=HelpFormatter)
@@ -52,12 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"(commands: {', '.join(COMMANDS)}; repeatable).")
     parser.add_argument("--fresh", action="store_true", help="Rebuild every stage.")
     args = parser.parse_args(argv)
-    args.extra = {}
-    for item in args.overrides:
-        match = re.fullmatch(r"(\w+)\.(\w+)=(.*)", item)
-        if not match or match[1] not in COMMANDS:
-            parser.error(f"--set {item!r}: write COMMAND.KEY=VALUE with COMMAND one of {', '.join(COMMANDS)}")
-        args.extra.setdefault(match[1], []).extend([f"--{match[2]}", match[3]])
+    args.extra = overrides_by_name(parser, args.overrides, COMMANDS, "COMMAND")
     return args
 
 
