@@ -12,6 +12,7 @@ item a family plus Gaussian noise, L2-normalised, like sentence embeddings; see 
     reference        residual quantization through scikit-learn's KMeans (k-means++, n_init=1, its default
                      max_iter and tol) on a seeded subsample of --ref-n items (the whole data when --ref-n >= --n)
     ours-subsample   rq-kmeans-balanced on that same subsample, with the speed-up and error ratio against the reference
+    ours-tolerance-subsample   the same with --balance-tolerance (clusters up to ceil((1 + t) n / K)), same ratios
     ours-plain-subsample   plain rq-kmeans (no size cap, the reference's objective) on that subsample, the same ratios
 
 Peak memory is the process's peak resident set (resource.getrusage) after each configuration: it only grows, so
@@ -72,12 +73,13 @@ def synthetic(n: int, dim: int, groups: int, clusters: int, noise: float, seed: 
     return x
 
 
-def ours(x: torch.Tensor, args: argparse.Namespace, balanced: bool = True) -> tuple[dict, RQResult]:
+def ours(
+    x: torch.Tensor, args: argparse.Namespace, balanced: bool = True, tolerance: float = 0.0
+) -> tuple[dict, RQResult]:
     """rq-kmeans-balanced (or plain rq-kmeans), timed, with balance and error figures; returns them and the fit."""
     started = time.perf_counter()
-    result = fit_rq_kmeans(
-        x, args.levels, args.k, balanced=balanced, iters=args.iters, seed=args.seed, refine_sweeps=args.refine_sweeps
-    )
+    result = fit_rq_kmeans(x, args.levels, args.k, balanced=balanced, iters=args.iters, seed=args.seed,
+                           refine_sweeps=args.refine_sweeps, balance_tolerance=tolerance)
     seconds = time.perf_counter() - started
     n = x.shape[0]
     largest = [int(torch.bincount(result.codes[:, level], minlength=args.k).max()) for level in range(args.levels)]
@@ -159,10 +161,13 @@ def run_synthetic(args: argparse.Namespace, machine: dict) -> None:
     reference = sklearn_reference(sample.numpy(), args.levels, args.k, args.seed)
     emit({"config": "reference", "method": "sklearn KMeans residual", **subsample, "levels": args.levels,
           "k": args.k, **reference, "peak_rss_gb": round(peak_rss_gb(), 3), **machine})  # fmt: skip
-    for config, method, balanced in (("ours-subsample", "rq-kmeans-balanced", True),
-                                     ("ours-plain-subsample", "rq-kmeans", False)):
-        mine, _ = ours(sample, args, balanced)
-        emit({"config": config, "method": method, **subsample, **common, **mine,
+    for config, method, balanced, tolerance in (
+        ("ours-subsample", "rq-kmeans-balanced", True, 0.0),
+        ("ours-tolerance-subsample", "rq-kmeans-balanced", True, args.balance_tolerance),
+        ("ours-plain-subsample", "rq-kmeans", False, 0.0),
+    ):
+        mine, _ = ours(sample, args, balanced, tolerance)
+        emit({"config": config, "method": method, "balance_tolerance": tolerance, **subsample, **common, **mine,
               "speedup_vs_reference": round(reference["seconds"] / mine["seconds"], 2),
               "mse_vs_reference": round(mine["reconstruction_mse"] / reference["reconstruction_mse"], 4),
               "peak_rss_gb": round(peak_rss_gb(), 3), **machine})  # fmt: skip
@@ -226,6 +231,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=256, help="codes per level")
     parser.add_argument("--iters", type=int, default=20, help="our k-means iterations per level (on a sample)")
     parser.add_argument("--refine-sweeps", type=int, default=1, help="our refinement sweeps over all items")
+    parser.add_argument("--balance-tolerance", type=float, default=0.04,
+                        help="tolerance of the ours-tolerance-subsample line: clusters up to ceil((1 + t) n / K)")
     parser.add_argument("--ref-n", type=int, default=100_000, help="items for the scikit-learn comparison")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch and scikit-learn (0 = all)")

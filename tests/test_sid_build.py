@@ -124,7 +124,8 @@ def test_item_without_text_is_named(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"method": "pq"}, "rq-kmeans, rq-kmeans-balanced"), ({"levels": 26}, "levels"), ({"iters": -1}, "iters")],
+    [({"method": "pq"}, "rq-kmeans, rq-kmeans-balanced"), ({"levels": 26}, "levels"), ({"iters": -1}, "iters"),
+     ({"balance_tolerance": -0.05}, "balance_tolerance")],
 )
 def test_bad_options_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -29,6 +29,36 @@ def test_balanced_caps_every_cluster_at_ceil_n_over_k_on_every_level():
         assert counts.max() <= math.ceil(1003 / k)
 
 
+def test_tolerance_lets_unequal_clusters_stay_whole_within_the_stated_cap():
+    x = blobs(1, [[5.0, 0.0]] * 60 + [[-5.0, 0.0]] * 40)  # natural clusters of 60 and 40: the strict cap is 50
+    strict = fit_rq_kmeans(x, levels=1, codebook_size=2, balanced=True)
+    loose = fit_rq_kmeans(x, levels=1, codebook_size=2, balanced=True, balance_tolerance=0.2)
+    assert torch.bincount(strict.codes[:, 0]).max() == 50
+    assert sorted(torch.bincount(loose.codes[:, 0]).tolist()) == [40, 60]  # ceil(1.2 * 100 / 2) = 60
+    assert loose.level_errors[0] < 0.01 * strict.level_errors[0]
+
+
+def test_tolerance_bounds_every_level_and_every_prefix():
+    x = random_points(1003, d=16)
+    for per_prefix in (False, True):
+        result = fit_rq_kmeans(
+            x, levels=2, codebook_size=[16, 8], balanced=True, balance_per_prefix=per_prefix, balance_tolerance=0.1
+        )
+        assert torch.bincount(result.codes[:, 0]).max() <= math.ceil(1.1 * 1003 / 16)
+        prefixes = torch.unique(result.codes[:, :1], dim=0, return_inverse=True)[1]
+        for group in range(int(prefixes.max()) + 1):
+            members = result.codes[prefixes == group, 1]
+            cap = math.ceil(1.1 * members.numel() / 8) if per_prefix else math.ceil(1.1 * 1003 / 8)
+            assert torch.bincount(members).max() <= cap
+
+
+def test_plain_kmeans_on_isotropic_noise_leaves_no_sink_cluster():
+    # Without a capped first assignment one centroid near the origin took 3.3 x n / K items here.
+    x = random_points(6000, d=256)
+    result = fit_rq_kmeans(x, levels=1, codebook_size=128, refine_sweeps=0)
+    assert torch.bincount(result.codes[:, 0]).max() <= 2 * 6000 / 128
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     n=st.integers(1, 60),
@@ -148,6 +178,7 @@ def test_sample_fit_then_full_assignment_covers_every_item():
         (torch.ones(4, 2), {"levels": 0}, "levels must be >= 1"),
         (torch.ones(4, 2), {"codebook_size": 0}, "codebook_size must be >= 1"),
         (torch.ones(4, 2), {"levels": 2, "codebook_size": [3]}, "1 sizes for 2 levels"),
+        (torch.ones(4, 2), {"balanced": True, "balance_tolerance": -0.1}, "balance_tolerance must be >= 0"),
     ],
 )
 def test_bad_input_raises_a_clear_value_error(x, kwargs, message):

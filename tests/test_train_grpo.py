@@ -96,6 +96,29 @@ def test_grpo_steps_change_the_adapter_with_catalog_rollouts(run_with_sft, monke
     assert json.loads((out / MANIFEST).read_text())["stage"] == "rl"
 
 
+def test_positive_advantages_reinforce_without_pushing_down(run_with_sft, monkeypatch):
+    seen = []
+    real = grpo.positive_advantage_trainer
+
+    def spy_trainer():
+        class Spy(real()):
+            def _generate_and_score_completions(self, inputs):
+                batch = super()._generate_and_score_completions(inputs)
+                seen.append(batch["advantages"].clone())
+                return batch
+
+        return Spy
+
+    monkeypatch.setattr(grpo, "positive_advantage_trainer", spy_trainer)
+    # With the target in every group, hit + rank rewards it and penalises the other beams: centred advantages
+    # would be negative for those.
+    args = RLArgs(run_dir=str(run_with_sft), rewards="hit,rank", inject_target=True, positive_advantages=True)
+    out = grpo.run(args, grpo_config())
+    advantages = torch.cat(seen)
+    assert len(seen) == 2 and (advantages >= 0).all() and (advantages > 0).any() and (advantages == 0).any()
+    assert (out / "adapter_model.safetensors").is_file()
+
+
 def test_rollout_func_returns_each_prompt_its_group(run_with_sft):
     from accelerate import Accelerator
 

@@ -78,6 +78,14 @@ class SIDArgs:
             "for every item but several items per code."
         },
     )
+    balance_tolerance: float = field(
+        default=0.0,
+        metadata={
+            "help": "Balanced methods: a code may hold up to ceil((1 + t) * N / K) items (per prefix: of the "
+            "prefix's items). 0 = the strict cap; a few percent lets codes follow natural clusters of unequal "
+            "size, for a lower reconstruction error."
+        },
+    )
     collision: str = field(
         default="extra-level",
         metadata={
@@ -143,6 +151,8 @@ class SIDArgs:
         for name in ("batch_size", "behaviour_dim", "vae_batch_size", "vae_latent_dim", "vae_hidden_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.balance_tolerance < 0:
+            raise ValueError(f"--balance_tolerance must be >= 0, got {self.balance_tolerance}")
         if not 0.0 <= self.behaviour_weight <= 1.0:
             raise ValueError(f"--behaviour_weight must be in [0, 1], got {self.behaviour_weight}")
 
@@ -216,7 +226,7 @@ def method_options(args: SIDArgs) -> dict:
             "hidden_dim": args.vae_hidden_dim,
             "sinkhorn": args.vae_sinkhorn,
         }
-    return options | {"refine_sweeps": args.refine_sweeps}
+    return options | {"refine_sweeps": args.refine_sweeps, "balance_tolerance": args.balance_tolerance}
 
 
 def auto_codebook_size(n_items: int, levels: int) -> int:

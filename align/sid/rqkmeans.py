@@ -2,16 +2,17 @@
 
 Level l clusters the residual left by levels 0..l-1, so a code sequence (c0, c1, c2) names a coarse-to-fine path
 and the sum of the chosen centroids reconstructs the embedding. Each level is fitted on a random sample (k-means++
-init, then Lloyd iterations) and then assigns every item once, so a million items cost a few full passes, not
-`iters` of them. Then `refine_sweeps` sweeps re-fit each level against what the other levels leave (block coordinate
-descent), which brings the final error below that of greedy level-by-level RQ. Distances are computed chunk by chunk
-as `|c|^2 - 2 x.c` with one matmul per chunk, so memory stays at (chunk, K) whatever N is.
+init, a first assignment under the size cap, then Lloyd iterations) and then assigns every item once, so a million
+items cost a few full passes, not `iters` of them. Then `refine_sweeps` sweeps re-fit each level against what the
+other levels leave (block coordinate descent), which brings the final error below that of greedy level-by-level RQ.
+Distances are computed chunk by chunk as `|c|^2 - 2 x.c` with one matmul per chunk, so memory stays at (chunk, K)
+whatever N is.
 
-Balanced mode caps every cluster at ceil(n / K) items (the spirit of OneRec's balanced k-means): points propose to
-their nearest open cluster; an over-subscribed cluster keeps the proposers that would lose most by going elsewhere
-(largest margin between their best and second-best open cluster) up to its capacity and then closes; the rest
-propose again. Every round is a handful of tensor ops on each point's list of nearest centroids (computed once) and
-closes at least one cluster; a few rounds usually do.
+Balanced mode caps every cluster at ceil(n / K) items, or ceil((1 + t) n / K) with a tolerance t (the spirit of
+OneRec's balanced k-means): points propose to their nearest open cluster; an over-subscribed cluster keeps the
+proposers that would lose most by going elsewhere (largest margin between their best and second-best open cluster)
+up to its capacity and then closes; the rest propose again. Every round is a handful of tensor ops on each point's
+list of nearest centroids (computed once) and closes at least one cluster; a few rounds usually do.
 
 Balancing per prefix (levels after the first) applies the cap within each group of items that share their earlier
 codes: ceil(n_group / K) per code. Siblings are then spread over the codes of the next level instead of following
@@ -83,6 +84,7 @@ def fit_rq_kmeans(
     sample_size: int | None = None,
     refine_sweeps: int = 1,
     balance_per_prefix: bool = False,
+    balance_tolerance: float = 0.0,
     chunk_size: int = DEFAULT_CHUNK,
 ) -> RQResult:
     """Fit `levels` levels of (balanced) k-means on successive residuals of `x`.
@@ -95,6 +97,8 @@ def fit_rq_kmeans(
         balanced: cap every cluster at ceil(N / K) items.
         balance_per_prefix: with `balanced`, apply the cap at levels after the first within each group of items
             sharing their earlier codes (ceil(n_group / K)): far fewer collisions, a little more error.
+        balance_tolerance: with `balanced`, let a cluster hold up to ceil((1 + t) * N / K) items: a cap that
+            bends around natural clusters of unequal size costs less error (t = 0.04 keeps within 1.05 N / K).
         iters: Lloyd iterations per level on the fitting sample (stops early when assignments stop changing).
         seed: seeds sampling and k-means++; equal inputs and seeds give equal codes.
         device: where to compute ("cpu", "cuda"); default: x's device.
@@ -107,6 +111,9 @@ def fit_rq_kmeans(
         RQResult with codes (N, L) int64 and codebooks on the CPU.
     """
     sizes = _check_inputs(x, levels, codebook_size)
+    if balance_tolerance < 0:
+        raise ValueError(f"balance_tolerance must be >= 0, got {balance_tolerance}")
+    cap = 1.0 + balance_tolerance if balanced else None  # cluster size limit in units of N / K; None: no limit
     device = torch.device(device) if device is not None else x.device
     n = x.shape[0]
     generator = torch.Generator().manual_seed(seed)
@@ -121,9 +128,9 @@ def fit_rq_kmeans(
         sample = order[: min(n, sample_size or max(SAMPLE_PER_CODE * k, 65536))]
         groups = _prefix_groups(codes[:, :level]) if balance_per_prefix and level else None
         centroids = _fit_centroids(
-            residual[sample], k, balanced, iters, generator, chunk_size, None if groups is None else groups[sample]
+            residual[sample], k, cap, iters, generator, chunk_size, None if groups is None else groups[sample]
         )
-        codes[:, level], centroids = _fit_level(residual, centroids, balanced, chunk_size, groups)
+        codes[:, level], centroids = _fit_level(residual, centroids, cap, chunk_size, groups)
         _add_centroids(residual, codes[:, level], centroids, -1, chunk_size)
         codebooks.append(centroids)
         bar.update()
@@ -132,7 +139,7 @@ def fit_rq_kmeans(
         for level in range(levels):
             _add_centroids(residual, codes[:, level], codebooks[level], 1, chunk_size)
             groups = _prefix_groups(codes[:, :level]) if balance_per_prefix and level else None
-            codes[:, level], codebooks[level] = _fit_level(residual, codebooks[level], balanced, chunk_size, groups)
+            codes[:, level], codebooks[level] = _fit_level(residual, codebooks[level], cap, chunk_size, groups)
             _add_centroids(residual, codes[:, level], codebooks[level], -1, chunk_size)
             bar.update()
     bar.close()
@@ -149,12 +156,12 @@ def _prefix_groups(prefix: torch.Tensor) -> torch.Tensor:
 def _fit_level(
     target: torch.Tensor,
     centroids: torch.Tensor,
-    balanced: bool,
+    cap: float | None,
     chunk_size: int,
     groups: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Assign every row of `target` (N, D), then move the centroids to the means of their clusters."""
-    codes = _assign(target, centroids, balanced, chunk_size, groups)
+    codes = _assign(target, centroids, cap, chunk_size, groups)
     return codes, _update_centroids(target, codes, centroids, chunk_size)
 
 
@@ -207,17 +214,23 @@ def _check_inputs(x: torch.Tensor, levels: int, codebook_size: int | Sequence[in
 def _fit_centroids(
     sample: torch.Tensor,
     k: int,
-    balanced: bool,
+    cap: float | None,
     iters: int,
     generator: torch.Generator,
     chunk_size: int,
     groups: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(S, D) sample -> (k, D) centroids: greedy k-means++ seeds, then `iters` Lloyd steps."""
+    """(S, D) sample -> (k, D) centroids: greedy k-means++ seeds, then `iters` Lloyd steps.
+
+    The first step assigns under the size cap even in plain mode. On near-isotropic data (what deep levels see
+    once the coarse structure is gone) a centroid that drifts towards the origin is near to everything and Lloyd
+    lets it absorb about half the points, a sink that takes some 50 iterations to drain; one capped assignment
+    first spreads the points evenly, and plain steps from there end at a lower error (benchmarks/RESULTS.md).
+    """
     centroids = _kmeans_plus_plus(sample[: INIT_PER_CODE * k], k, generator)
     previous = None
-    for _ in range(iters):
-        codes = _assign(sample, centroids, balanced, chunk_size, groups)
+    for step in range(iters):
+        codes = _assign(sample, centroids, (cap or 1.0) if step == 0 else cap, chunk_size, groups)
         if previous is not None and torch.equal(codes, previous):
             break
         centroids = _update_centroids(sample, codes, centroids, chunk_size)
@@ -257,15 +270,17 @@ def _sq_dists(x: torch.Tensor, x_sq: torch.Tensor, centroids: torch.Tensor) -> t
 
 
 def _assign(
-    x: torch.Tensor, centroids: torch.Tensor, balanced: bool, chunk_size: int, groups: torch.Tensor | None = None
+    x: torch.Tensor, centroids: torch.Tensor, cap: float | None, chunk_size: int, groups: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Nearest centroids, or balanced ones: at most ceil(n / K) points per centroid (within each group if given)."""
-    if not balanced:
+    """Nearest centroids (cap None), or balanced ones: at most ceil(cap * n / K) points per centroid, n counted
+    within each group if groups are given."""
+    if cap is None:
         return nearest(x, centroids, chunk_size)[0]
     k = centroids.shape[0]
     if groups is None:
-        return balanced_assign(x, centroids, math.ceil(x.shape[0] / k), chunk_size)
-    return balanced_assign(x, centroids, (torch.bincount(groups) + k - 1) // k, chunk_size, groups)
+        return balanced_assign(x, centroids, math.ceil(cap * x.shape[0] / k), chunk_size)
+    capacity = torch.ceil(cap * torch.bincount(groups).double() / k).long()
+    return balanced_assign(x, centroids, capacity, chunk_size, groups)
 
 
 def nearest(

@@ -65,6 +65,14 @@ class RLArgs(LoraArgs):
             "above the policy's own wrong guesses. Off: pure on-policy groups."
         },
     )
+    positive_advantages: bool = field(
+        default=False,
+        metadata={
+            "help": "Clamp advantages at 0: completions better than their group's mean are reinforced and worse ones "
+            "are left alone instead of pushed down (filtered self-imitation, as in RAFT). Pushing down the policy's "
+            "own top beams moves their probability to arbitrary items, which small budgets cannot undo."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -237,6 +245,19 @@ def _left_pad(sequences: list[list[int]], pad_id: int, device):
     return input_ids, attention_mask
 
 
+def positive_advantage_trainer():
+    """GRPOTrainer whose advantages are clamped at 0 after TRL computes them (RLArgs.positive_advantages)."""
+    from trl import GRPOTrainer
+
+    class PositiveAdvantageGRPOTrainer(GRPOTrainer):
+        def _generate_and_score_completions(self, inputs):
+            batch = super()._generate_and_score_completions(inputs)
+            batch["advantages"] = batch["advantages"].clamp(min=0)
+            return batch
+
+    return PositiveAdvantageGRPOTrainer
+
+
 def load_policy(args: RLArgs, rundir: RunDir, sid_map: dict, items: list[dict]):
     """The trainable policy named by `args.init`: (PeftModel, tokenizer, vocab, base model name)."""
     if args.init == "base":
@@ -297,7 +318,7 @@ def run(args: RLArgs, training_args) -> Path:
     )
     trie = SIDTrie.from_codes(torch.tensor(list(sid_map["items"].values())), vocab.level_sizes)
     score_labelled_positions_only()  # CPU: the LM head scores answer tokens only, as on GPUs
-    trainer = GRPOTrainer(
+    trainer = (positive_advantage_trainer() if args.positive_advantages else GRPOTrainer)(
         model=model,
         reward_funcs=reward_funcs,
         args=training_args,
