@@ -83,13 +83,14 @@ def overrides_by_name(
     parser: argparse.ArgumentParser, items: list[str], names, word: str
 ) -> dict[str, list[str]]:
     """`--set NAME.KEY=VALUE` items -> {NAME: ["--KEY", "VALUE", ...]}; a malformed item or unknown NAME is a usage
-    error that says how to write it (`word` is what NAME stands for: STAGE, COMMAND)."""
+    error that says how to write it (`word` is what NAME stands for: STAGE, COMMAND). A VALUE with spaces gives
+    one argument per word, for list options: `rl.reward_weights=1 1`."""
     out: dict[str, list[str]] = {}
     for item in items:
         match = re.fullmatch(r"(\w+)\.(\w+)=(.*)", item)
         if not match or match[1] not in names:
             parser.error(f"--set {item!r}: write {word}.KEY=VALUE with {word} one of {', '.join(names)}")
-        out.setdefault(match[1], []).extend([f"--{match[2]}", match[3]])
+        out.setdefault(match[1], []).extend([f"--{match[2]}", *(match[3].split() or [""])])
     return out
 
 
@@ -121,7 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cuda when available. cpu also switches SFT/RL to float32 without bf16.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.KEY=VALUE",
-                        help=f"Any stage option, e.g. sft.learning_rate=5e-4 (stages: {', '.join(STAGES)}).")
+                        help=f"Any stage option, e.g. sft.learning_rate=5e-4 (stages: {', '.join(STAGES)}); a list "
+                        "option takes its values separated by spaces, e.g. 'rl.reward_weights=1 1'.")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md",
                         help="Markdown file whose harness log gets the rows; '' = do not append.")
     parser.add_argument("--fresh", action="store_true", help="Delete the run directory first (no reuse).")

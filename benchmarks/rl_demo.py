@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-users", type=int, default=300, help="Seeded subset of test users (0 = all 800).")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="COMMAND.KEY=VALUE",
                         help="Override an option of a recipe of recipes/cpu_demo/, e.g. rl.learning_rate=5e-5 "
-                        f"(commands: {', '.join(COMMANDS)}; repeatable).")
+                        f"(commands: {', '.join(COMMANDS)}; repeatable; a list takes its values separated by "
+                        "spaces, e.g. 'rl.reward_weights=1 1').")
     parser.add_argument("--fresh", action="store_true", help="Rebuild every stage.")
     args = parser.parse_args(argv)
     args.extra = overrides_by_name(parser, args.overrides, COMMANDS, "COMMAND")

@@ -33,6 +33,12 @@ def test_one_seed_reports_sft_and_rl_on_the_same_users(tmp_path, capsys):
     assert "| 7 | 10 |" in out and "of 1 seeds" in out
 
 
+def test_list_overrides_become_one_argument_per_value():
+    items = ["rl.reward_weights=1 0.5", "rl.rewards=cf,hit", "eval.models="]
+    args = rl_demo.parse_args([part for item in items for part in ("--set", item)])
+    assert args.extra == {"rl": ["--reward_weights", "1", "0.5", "--rewards", "cf,hit"], "eval": ["--models", ""]}
+
+
 def test_bad_overrides_are_named(capsys):
     with pytest.raises(SystemExit):
         rl_demo.parse_args(["--set", "train.lr=1"])
