@@ -113,6 +113,40 @@ def test_frozen_sid_rows_stay_put(tmp_path):
     torch.testing.assert_close(model.get_input_embeddings().weight[sid], start.get_input_embeddings().weight[sid])
 
 
+def test_init_continues_a_checkpoint_and_refuses_its_own_output_or_other_sids(tmp_path):
+    import shutil
+
+    run_dir = make_run(tmp_path / "run")
+    base = make_base_model(tmp_path / "base")
+    args = SFTArgs(run_dir=str(run_dir), model_name_or_path=str(base), lora_r=4, lora_alpha=8)
+    first = sft.run(args, sft_config(tmp_path, max_steps=3))
+    shutil.copytree(first, tmp_path / "start")
+    rows = read_jsonl(run_dir / "data" / "grpo.jsonl")
+    start, tokenizer, vocab, _ = load_checkpoint(tmp_path / "start")
+
+    with pytest.raises(ValueError, match="this run's own sft/"):
+        sft.run(SFTArgs(run_dir=str(run_dir), init=str(first)), sft_config(tmp_path))
+    assert (first / MANIFEST).is_file()  # refused before anything was touched
+
+    # Without a step size the result is the checkpoint itself (a fresh LoRA would give the base model's logits).
+    probe = torch.tensor([[2, 5, 7, vocab.first_ids[0] + 1, vocab.first_ids[1] + 2]])
+    same = sft.run(SFTArgs(run_dir=str(run_dir), init=str(tmp_path / "start")),
+                   sft_config(tmp_path, max_steps=1, learning_rate=0.0))
+    torch.testing.assert_close(load_checkpoint(same)[0](probe).logits, start(probe).logits, atol=1e-5, rtol=1e-5)
+
+    out = sft.run(SFTArgs(run_dir=str(run_dir), init=str(tmp_path / "start")), sft_config(tmp_path, max_steps=20))
+    model, *_ = load_checkpoint(out)
+    assert json.loads((out / "model_info.json").read_text())["base_model"] == str(base.resolve())
+    before, after = completion_nll(start, tokenizer, vocab, rows), completion_nll(model, tokenizer, vocab, rows)
+    assert after < 0.9 * before, (before, after)  # it went on learning from where the checkpoint was
+
+    other = json.loads((run_dir / "sid" / "sid_map.json").read_text())
+    other["items"] = dict(zip(other["items"], reversed(list(other["items"].values())), strict=True))
+    (run_dir / "sid" / "sid_map.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="trained on other SIDs"):
+        sft.run(SFTArgs(run_dir=str(run_dir), init=str(tmp_path / "start")), sft_config(tmp_path))
+
+
 def test_sft_needs_the_earlier_stages(tmp_path):
     run_dir = make_run(tmp_path / "run")
     (run_dir / "data" / MANIFEST).unlink()

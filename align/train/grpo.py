@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from align.config import parse_args
-from align.models import DEFAULT_MODEL, load_checkpoint, load_for_training, model_reference, save_checkpoint
+from align.models import DEFAULT_MODEL, load_for_training, model_reference, save_checkpoint
 from align.run_dir import MANIFEST, RunDir, read_json, write_manifest
 from align.tokens import SIDVocab, parse_sid
-from align.train.lora import LoraArgs, add_lora, prepare_sid_rows
+from align.train.lora import LoraArgs, add_lora, continue_from
 from align.train.rewards import REWARDS, make_rewards
 from align.train.sft import load_run_inputs, read_rows
 from align.train.speed import score_labelled_positions_only
@@ -264,14 +264,7 @@ def load_policy(args: RLArgs, rundir: RunDir, sid_map: dict, items: list[dict]):
         model, tokenizer, vocab = load_for_training(args.model_name_or_path, sid_map, items, dtype=args.model_dtype)
         return add_lora(model, args, vocab), tokenizer, vocab, model_reference(args.model_name_or_path)
     source = rundir.require("sft") if args.init == "sft" else args.init
-    model, tokenizer, vocab, start_map = load_checkpoint(source, merge=False, trainable=True, dtype=args.model_dtype)
-    if start_map["items"] != sid_map["items"]:
-        raise ValueError(
-            f"checkpoint {source} was trained on other SIDs than {rundir.stage('sid')}: start from a checkpoint of "
-            "this run (init: sft) or rebuild the run's later stages"
-        )
-    prepare_sid_rows(model, args.train_sid_embeddings)
-    return model, tokenizer, vocab, model.peft_config["default"].base_model_name_or_path
+    return continue_from(source, sid_map, rundir.stage("sid"), args)
 
 
 def copy_sid_rows_to_ref(model) -> None:

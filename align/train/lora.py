@@ -90,3 +90,18 @@ def prepare_sid_rows(peft_model, trainable: bool) -> None:
     head = peft_model.get_output_embeddings()
     if isinstance(head, TrainableTokensWrapper) and "bias" not in vars(head):
         vars(head)["bias"] = head.original_module.bias  # not registered: the base layer still owns it
+
+
+def continue_from(source, sid_map: dict, sid_dir, args: LoraArgs):
+    """An align checkpoint (folder or Hub id) with its adapter trainable again: (PeftModel, tokenizer, vocab, base
+    model name). Its SIDs must be the run's: the SID token rows mean nothing under another map."""
+    from align.models import load_checkpoint
+
+    model, tokenizer, vocab, start_map = load_checkpoint(source, merge=False, trainable=True, dtype=args.model_dtype)
+    if start_map["items"] != sid_map["items"]:
+        raise ValueError(
+            f"checkpoint {source} was trained on other SIDs than {sid_dir}: start from a checkpoint of this run "
+            "or rebuild the run's later stages"
+        )
+    prepare_sid_rows(model, args.train_sid_embeddings)
+    return model, tokenizer, vocab, model.peft_config["default"].base_model_name_or_path

@@ -18,7 +18,7 @@ from pathlib import Path
 from align.config import parse_args
 from align.models import DEFAULT_MODEL, load_for_training, model_reference, save_checkpoint
 from align.run_dir import MANIFEST, RunDir, read_json, read_jsonl, write_manifest
-from align.train.lora import LoraArgs, add_lora
+from align.train.lora import LoraArgs, add_lora, continue_from
 from align.train.speed import score_labelled_positions_only
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,14 @@ class SFTArgs(LoraArgs):
     model_name_or_path: str = field(
         default=DEFAULT_MODEL,
         metadata={"help": "Base causal LM: Hub id, local folder or .gguf file (the default also works offline)."},
+    )
+    init: str = field(
+        default="",
+        metadata={
+            "help": "Empty: a fresh LoRA on model_name_or_path. Or an align checkpoint of the same SIDs (folder or "
+            "Hub id, e.g. another run's sft/) whose adapter trains on: more SFT, e.g. as the control of an RL run "
+            "with as many examples. The lora_* options then come from the checkpoint."
+        },
     )
 
 
@@ -71,11 +79,16 @@ def run(args: SFTArgs, training_args) -> Path:
     data_path = rundir.require("data") / "sft.jsonl"
     rows = read_rows(data_path, ("prompt", "completion"))
     out = rundir.stage("sft")
+    if args.init and Path(args.init).resolve() == out.resolve():
+        raise ValueError(f"--init {args.init} is this run's own sft/, which training rewrites: copy it elsewhere")
     training_args.output_dir = str(out)
     (out / MANIFEST).unlink(missing_ok=True)  # training writes in place: an old manifest would mark it done
 
-    model, tokenizer, vocab = load_for_training(args.model_name_or_path, sid_map, items, dtype=args.model_dtype)
-    model = add_lora(model, args, vocab)
+    if args.init:
+        model, tokenizer, vocab, base_model = continue_from(args.init, sid_map, rundir.stage("sid"), args)
+    else:
+        model, tokenizer, vocab = load_for_training(args.model_name_or_path, sid_map, items, dtype=args.model_dtype)
+        model, base_model = add_lora(model, args, vocab), model_reference(args.model_name_or_path)
     dataset = Dataset.from_list([{"prompt": row["prompt"], "completion": row["completion"]} for row in rows])
     score_labelled_positions_only()  # CPU: the LM head scores answer tokens only, as on GPUs
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer)
@@ -85,8 +98,7 @@ def run(args: SFTArgs, training_args) -> Path:
     _log_throughput(trainer.state.log_history, result.metrics)
 
     prompting = read_json(rundir.stage("data") / "prompting.json")
-    save_checkpoint(trainer, tokenizer, out, sid_map, model_reference(args.model_name_or_path), vocab,
-                    items=items, prompting=prompting)
+    save_checkpoint(trainer, tokenizer, out, sid_map, base_model, vocab, items=items, prompting=prompting)
     if trainer.accelerator.is_main_process:
         write_manifest(out, "sft", config=[args, training_args], inputs=[*inputs, data_path], started=started)
     trainer.accelerator.wait_for_everyone()
