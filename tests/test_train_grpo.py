@@ -119,6 +119,14 @@ def test_positive_advantages_reinforce_without_pushing_down(run_with_sft, monkey
     assert (out / "adapter_model.safetensors").is_file()
 
 
+def test_a_reward_that_cannot_load_leaves_a_finished_rl_stage_alone(run_with_sft):
+    (run_with_sft / "rl").mkdir()
+    write_manifest(run_with_sft / "rl", "rl", started=time.time())
+    with pytest.raises(FileNotFoundError, match="needs a SASRec model"):
+        grpo.run(RLArgs(run_dir=str(run_with_sft), rewards="hit,cf"), grpo_config())
+    assert (run_with_sft / "rl" / MANIFEST).is_file()
+
+
 def test_rollout_func_returns_each_prompt_its_group(run_with_sft):
     from accelerate import Accelerator
 

@@ -145,6 +145,7 @@ def test_init_continues_a_checkpoint_and_refuses_its_own_output_or_other_sids(tm
     (run_dir / "sid" / "sid_map.json").write_text(json.dumps(other))
     with pytest.raises(ValueError, match="trained on other SIDs"):
         sft.run(SFTArgs(run_dir=str(run_dir), init=str(tmp_path / "start")), sft_config(tmp_path))
+    assert (out / MANIFEST).is_file()  # the finished stage is left as it was
 
 
 def test_sft_needs_the_earlier_stages(tmp_path):

@@ -303,12 +303,13 @@ def run(args: RLArgs, training_args) -> Path:
     rows = read_rows(data_path, ("prompt", "target"))
     out = rundir.stage("rl")
     training_args.output_dir = str(out)
-    (out / MANIFEST).unlink(missing_ok=True)
 
     model, tokenizer, vocab, base_model = load_policy(args, rundir, sid_map, items)
     reward_funcs, training_args.reward_weights = make_rewards(
         args.rewards, training_args.reward_weights, vocab, run_dir=args.run_dir
     )
+    # Only now that the policy and rewards loaded: training writes in place, and an old manifest would mark it done.
+    (out / MANIFEST).unlink(missing_ok=True)
     trie = SIDTrie.from_codes(torch.tensor(list(sid_map["items"].values())), vocab.level_sizes)
     score_labelled_positions_only()  # CPU: the LM head scores answer tokens only, as on GPUs
     trainer = (positive_advantage_trainer() if args.positive_advantages else GRPOTrainer)(

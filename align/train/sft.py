@@ -82,13 +82,14 @@ def run(args: SFTArgs, training_args) -> Path:
     if args.init and Path(args.init).resolve() == out.resolve():
         raise ValueError(f"--init {args.init} is this run's own sft/, which training rewrites: copy it elsewhere")
     training_args.output_dir = str(out)
-    (out / MANIFEST).unlink(missing_ok=True)  # training writes in place: an old manifest would mark it done
 
     if args.init:
         model, tokenizer, vocab, base_model = continue_from(args.init, sid_map, rundir.stage("sid"), args)
     else:
         model, tokenizer, vocab = load_for_training(args.model_name_or_path, sid_map, items, dtype=args.model_dtype)
         model, base_model = add_lora(model, args, vocab), model_reference(args.model_name_or_path)
+    # Only now that the start loaded: training writes in place, and an old manifest would mark it done.
+    (out / MANIFEST).unlink(missing_ok=True)
     dataset = Dataset.from_list([{"prompt": row["prompt"], "completion": row["completion"]} for row in rows])
     score_labelled_positions_only()  # CPU: the LM head scores answer tokens only, as on GPUs
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer)
